@@ -18,17 +18,22 @@ dx; N*K for W and dW), counting each operand once as a perfectly cached GEMM wou
   ``pid_k == 0`` store it): reads M*N + M*K, writes N*K + N.
 
 That totals 3 M*N read and 1 M*N written. Forming delta in the operand load of both GEMMs
-instead moves 4 M*N read and 0 written: the same bytes, but it evaluates s'(z) in the dW
-main loop as well, for every column tile of dW. On CUDA cores an erf or exp per element
-costs as much as a sizeable fraction of the tensor-core work of a tile, so the derivative
-is evaluated in one GEMM only, and the dW GEMM stays a plain, well-pipelined product.
-Where dx is not wanted (the first layer of a network), the dW kernel forms delta itself
-from dy and the saved tensor, and delta is never stored at all. With the identity
-activation delta is dy and neither kernel touches a saved tensor.
+instead moves 4 M*N read and 0 written: the same bytes, but s'(z) is then also evaluated in
+the dW main loop, once per column tile of dW. Inside the dx GEMM it is already evaluated
+once per column tile of dx (K / BLOCK_K times per element, and twice in the programs that
+store it: Triton recomputes the chain for the store's register layout). On CUDA cores an erf
+or exp per element costs a sizeable fraction of a tile's tensor-core work, so the dW GEMM is
+kept a plain, well-pipelined product. Where dx is not wanted (the first layer of a network),
+the dW kernel forms delta itself from dy and the saved tensor, and delta is never stored.
+With the identity activation delta is dy and neither kernel touches a saved tensor.
 
 db accumulates in fp32 inside the dW kernel, so it costs no pass of its own; when only db
 is wanted (a frozen weight), the same kernel runs with ``COMPUTE_DW`` off as a column
-reduction over the tiles of delta.
+reduction over the tiles of delta. Where dW has too few tiles to occupy the GPU (narrow
+layers), the rows are split across programs and the partial sums added afterwards: the
+partials cost 2 * splits * N*K fp32 of extra traffic, small next to the M*(N + K) the
+split GEMM reads, since each split covers at least ``MIN_ROWS_PER_SPLIT`` rows (see
+``row_splits`` in ``tritonbp/launch.py``).
 """
 
 import triton
@@ -168,6 +173,7 @@ def _fused_linear_bwd_dw_kernel(
     N,
     K,
     M_BUCKET,
+    rows_per_split,
     # Strides, in elements.
     stride_dym,
     stride_dyn,
@@ -175,8 +181,10 @@ def _fused_linear_bwd_dw_kernel(
     stride_savedn,
     stride_xm,
     stride_xk,
+    stride_dws,
     stride_dwn,
     stride_dwk,
+    stride_dbs,
     # Meta-parameters.
     ACTIVATION: tl.constexpr,
     NEGATIVE_SLOPE: tl.constexpr,
@@ -189,21 +197,29 @@ def _fused_linear_bwd_dw_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_SIZE: tl.constexpr,
 ):
-    """dW = delta^T x and db = sum_m delta, one (BLOCK_N, BLOCK_K) tile of dW per program.
+    """dW = delta^T x and db = sum_m delta over one split of the rows, per (BLOCK_N, BLOCK_K)
+    tile of dW.
 
     delta = dy * s'(saved) is formed from the loaded tiles; the caller passes the stored
     delta as ``dy_ptr`` with ACTIVATION "identity" when the dx kernel already formed it.
-    Both sums run over all M rows inside the program in fp32.
+    Both sums accumulate in fp32. The grid's second axis splits the M rows into chunks of
+    ``rows_per_split``: a narrow layer (N and K of a few hundred) has only a handful of dW
+    tiles, and one program per tile reducing all M rows would leave most of the GPU idle.
+    With more than one split each writes its partial sums to its own slice of dw_ptr and
+    db_ptr (fp32), which the caller adds up in a fixed order, so results are deterministic.
 
     Pointers:
         dy_ptr: dC/da (M, N), or delta itself with ACTIVATION "identity"; any strides.
         saved_ptr: what the forward saved, z or a (M, N); unused for the identity.
         x_ptr: layer input, (M, K), any strides; unused unless ``COMPUTE_DW``.
-        dw_ptr: output dC/dW, (N, K), strides (stride_dwn, stride_dwk).
-        db_ptr: output dC/db, (N,), contiguous; written only if ``COMPUTE_DB``.
+        dw_ptr: output dC/dW, (splits, N, K), strides (stride_dws, stride_dwn, stride_dwk);
+            with a single split, (N, K) in the gradient's dtype.
+        db_ptr: output dC/db, (splits, N), strides (stride_dbs, 1); written only if
+            ``COMPUTE_DB``.
     Sizes:
         M rows (the reduction axis here), N output features, K input features.
         ``M_BUCKET`` is the autotuning key only (M rounded up to a power of two).
+        ``rows_per_split``: rows reduced by one program, a multiple of BLOCK_M (or >= M).
     Meta-parameters:
         ACTIVATION: a name from the activation registry.
         NEGATIVE_SLOPE: the slope of ``leaky_relu``, as in the forward kernel.
@@ -226,14 +242,27 @@ def _fused_linear_bwd_dw_kernel(
     offs_m = tl.arange(0, BLOCK_M).to(tl.int64)
     mask_n = offs_n < N
     mask_k = offs_k < K
+    split = tl.program_id(1)
+    first_row = split * rows_per_split
+    end_row = tl.minimum(first_row + rows_per_split, M)
 
-    # Main loop over M: delta^T tiles (BLOCK_N, BLOCK_M) times x tiles (BLOCK_M, BLOCK_K).
+    # Main loop over this split's rows: delta^T tiles (BLOCK_N, BLOCK_M) times x tiles
+    # (BLOCK_M, BLOCK_K).
     compute_dtype = tl.float64 if dy_ptr.dtype.element_ty == tl.float64 else tl.float32
     dw_accumulator = tl.zeros((BLOCK_N, BLOCK_K), dtype=compute_dtype)
     db_accumulator = tl.zeros((BLOCK_N,), dtype=compute_dtype)
-    for m_start in range(0, M, BLOCK_M):
+    # Where delta is formed here and feeds the dW product, a row sum of the same tile would
+    # be a second consumer in another register layout, for which Triton recomputes the
+    # whole derivative (255 registers and spills for gelu at 128x128x64 on sm_90). The sum
+    # then runs on the tensor cores instead: delta^T times a (BLOCK_M, 16) tile of ones
+    # gives db in each of 16 identical columns, at 16 / BLOCK_K of the dW product's work.
+    DB_BY_DOT: tl.constexpr = COMPUTE_DW and ACTIVATION != "identity"
+    ones = tl.full((BLOCK_M, 16), 1.0, dy_ptr.dtype.element_ty)
+    db_columns = tl.zeros((BLOCK_N, 16), dtype=compute_dtype)
+    for m_start in range(first_row, end_row, BLOCK_M):
         m_now = m_start + offs_m
-        mask_nm = mask_n[:, None] & (m_now < M)[None, :]
+        mask_m = m_now < end_row
+        mask_nm = mask_n[:, None] & mask_m[None, :]
         delta_t = tl.load(
             dy_ptr + offs_n[:, None] * stride_dyn + m_now[None, :] * stride_dym,
             mask=mask_nm,
@@ -252,12 +281,12 @@ def _fused_linear_bwd_dw_kernel(
             delta_t = cast_to(delta_t_wide, dy_ptr.dtype.element_ty, INTERPRETED)
         else:
             delta_t_wide = delta_t.to(compute_dtype)
-        if COMPUTE_DB:
+        if COMPUTE_DB and not DB_BY_DOT:
             db_accumulator += tl.sum(delta_t_wide, axis=1)
         if COMPUTE_DW:
             x_tile = tl.load(
                 x_ptr + m_now[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                mask=(m_now < M)[:, None] & mask_k[None, :],
+                mask=mask_m[:, None] & mask_k[None, :],
                 other=0.0,
             )
             dw_accumulator = tl.dot(
@@ -266,16 +295,27 @@ def _fused_linear_bwd_dw_kernel(
                 dw_accumulator,
                 input_precision=INPUT_PRECISION,
             )
+        if COMPUTE_DB and DB_BY_DOT:
+            db_columns = tl.dot(
+                dot_operand(delta_t, INTERPRETED),
+                dot_operand(ones, INTERPRETED),
+                db_columns,
+                input_precision=INPUT_PRECISION,
+            )
 
-    # Store dW and, from the first column of programs, db.
+    # Store this split's dW and, from the first column of programs, its db.
     if COMPUTE_DW:
+        dw_split_ptr = dw_ptr + split.to(tl.int64) * stride_dws
         tl.store(
-            dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk,
+            dw_split_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk,
             cast_to(dw_accumulator, dw_ptr.dtype.element_ty, INTERPRETED),
             mask=mask_n[:, None] & mask_k[None, :],
         )
     if COMPUTE_DB:
+        if DB_BY_DOT:
+            # The 16 columns are equal; their mean is exact (a power-of-two division).
+            db_accumulator = tl.sum(db_columns, axis=1) * (1.0 / 16.0)
         # Every column of programs reduced the same delta rows; the first one stores db.
         mask_db = offs_n < tl.where(col_tile == 0, N, 0) if COMPUTE_DW else mask_n
         db = cast_to(db_accumulator, db_ptr.dtype.element_ty, INTERPRETED)
-        tl.store(db_ptr + offs_n, db, mask=mask_db)
+        tl.store(db_ptr + split.to(tl.int64) * stride_dbs + offs_n, db, mask=mask_db)

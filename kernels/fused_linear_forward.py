@@ -81,8 +81,8 @@ def _fused_linear_fwd_kernel(
     w_cols = w_ptr + offs_n[None, :] * stride_wn
 
     # Main loop: accumulate x[rows, k] @ W[cols, k]^T over K in fp32 (fp64 for fp64 inputs).
-    is_fp64 = x_ptr.dtype.element_ty == tl.float64
-    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if is_fp64 else tl.float32)
+    compute_dtype = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=compute_dtype)
     for k_start in range(0, K, BLOCK_K):
         k_now = k_start + offs_k
         mask_k = k_now < K

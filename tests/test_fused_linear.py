@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import tritonbp
+from tritonbp import launch
 from tritonbp.check import Case, check_case
 from tritonbp.testing import assert_matches_reference
 
@@ -177,3 +178,42 @@ def test_autocast_runs_in_the_autocast_dtype(device):
     out.float().sum().backward()
     assert layer.weight.grad.dtype == torch.float32
     assert layer.bias.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    "needs", [(True, True, True), (False, True, True), (False, False, True), (True, True, False)]
+)
+@pytest.mark.parametrize("activation", ["identity", "gelu"])
+def test_weight_gradient_split_over_rows(activation, needs, dtype, device, monkeypatch):
+    """A narrow layer's dW and db reduce over row splits whose partial sums add up right."""
+    monkeypatch.setattr(launch, "_parallel_units", lambda device: 64)
+    rows, in_features, out_features = 1100, 40, 24
+    assert launch.row_splits(rows, out_features, in_features if needs[1] else 0, 64) == 2
+    x = torch.randn(rows, in_features, device=device, dtype=dtype)
+    weight = torch.randn(out_features, in_features, device=device, dtype=dtype) / 6
+    bias = torch.randn(out_features, device=device, dtype=dtype)
+    dy = torch.randn(rows, out_features, device=device, dtype=dtype)
+    leaves = [t.requires_grad_(needed) for t, needed in zip((x, weight, bias), needs, strict=True)]
+    tritonbp.fused_linear(*leaves, activation).backward(dy)
+    exact = [t.detach().double().requires_grad_(t.requires_grad) for t in leaves]
+    linear = F.linear(*exact)
+    tritonbp.reference_activation(activation, linear).backward(dy.double())
+    for name, got, wanted in zip(("dx", "dW", "db"), leaves, exact, strict=True):
+        if wanted.grad is None:
+            assert got.grad is None, name
+            continue
+        scale = wanted.grad.abs().max().item()
+        error = (got.grad.double() - wanted.grad).abs().max().item() / scale
+        assert error < (1e-6 if dtype == torch.float32 else 1e-2), (name, error)
+
+
+def test_row_split_policy():
+    """Splits fill one wave of programs, and none covers fewer than MIN_ROWS_PER_SPLIT rows."""
+    h100_units = 132
+    assert launch.row_splits(65536, 128, 128, h100_units) == 128
+    assert launch.row_splits(65536, 256, 128, h100_units) == 66
+    assert launch.row_splits(65536, 4096, 4096, h100_units) == 1
+    assert launch.row_splits(8 * launch.MIN_ROWS_PER_SPLIT - 1, 128, 128, h100_units) == 7
+    assert launch.row_splits(1000, 128, 0, h100_units) == 1
+    assert launch.row_splits(10**6, 128, 128, 1) == 1

@@ -99,7 +99,7 @@ def test_floor_applies_where_pytorch_is_exact() -> None:
     atol = TOLERANCES[torch.float16].atol
 
     close = baseline.clone()
-    close[1] += 2**-10  # one unit in the last place of 1.0 in float16, just under the floor
+    close[1] += 2**-10  # one unit in the last place of 1.0 in float16: exactly the floor
     report = measure_error("out", close, reference, baseline)
 
     assert report.baseline_error == 0.0

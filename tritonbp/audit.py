@@ -13,8 +13,8 @@ test suite respectively.
 
 Plans: by default, every kernel, configuration and dtype with one representative activation,
 plus every launchable variant with one configuration (bf16); ``--all`` compiles the full
-cross product. Results are cached per row, keyed by the kernel sources, this module, the
-Triton and ptxas versions and the row itself, so a second run only reads the cache.
+cross product. Results are cached per row, keyed by the kernel sources, the Triton and
+ptxas versions and the row itself, so a second run only reads the cache.
 
 Examples:
     tritonbp audit
@@ -44,7 +44,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.compiler.compiler import make_backend
+
+from tritonbp import kernels as kernel_package
 from tritonbp.activations import ACTIVATIONS, SavedForBackward, saved_for_backward
+from tritonbp.kernels import KERNELS, GemmTile, tiles_for
+from tritonbp.kernels.configs import tile_config
 
 __all__ = [
     "DTYPES",
@@ -92,15 +101,16 @@ DTYPES: dict[str, tuple[str, int]] = {
 _REPRESENTATIVE_ACTIVATION = "gelu"
 # The dtype of the variant sweep.
 _VARIANT_SWEEP_DTYPE = "bfloat16"
-# leaky_relu's slopes: PyTorch's default, and a negative one, which makes the backward read z.
+# leaky_relu's slopes: PyTorch's default, and a negative one, which makes the forward store z.
 _LEAKY_SLOPES = (0.01, -0.2)
 # Sizes of the representative launch: a multiple of 16, as at any typical layer width, and
 # small enough for 32-bit offsets, so that Triton specializes sizes and strides as it would.
 _REPRESENTATIVE_SIZE = 4096
 # Constexprs that only Triton's interpreter sets (its workarounds for 16-bit floats); a GPU
 # launch passes them False. Whichever of these names a kernel declares gets False.
-_INTERPRETER_FLAGS = ("INTERPRETED", "UPCAST_OPERANDS")
-# Bumped when the meaning of a cached row changes, to invalidate every cached row.
+_INTERPRETER_FLAGS = ("INTERPRETED",)
+# Bumped whenever this module changes how a row is compiled or what it records, which
+# invalidates every cached row (kernel and Triton changes invalidate them by themselves).
 _CACHE_FORMAT = 1
 
 
@@ -172,9 +182,11 @@ def launchable_variants(kernel: str, dtype: str) -> tuple[Variant, ...]:
     - bwd_dw: every activation (the identity when it reads the delta the dx kernel stored),
       computing dW and db, dW alone, or db alone.
 
-    ``leaky_relu`` appears with PyTorch's default slope and with a negative one (which saves
-    z instead of a); other activations take slope 0.0, as the launch wrappers pass it. fp32
-    comes with both ``tl.dot`` precisions, 16-bit dtypes with "ieee" only.
+    ``leaky_relu`` takes PyTorch's default slope; in the forward also a negative one with
+    ``STORE_Z`` on, since that is what a negative slope changes (the backward reads z instead
+    of a). Elsewhere a negative slope only changes a constant. Other activations take slope
+    0.0, as the launch wrappers pass it. fp32 comes with both ``tl.dot`` precisions, 16-bit
+    dtypes with "ieee" only.
 
     Args:
         kernel: a name from ``tritonbp.kernels.KERNELS``.
@@ -183,8 +195,8 @@ def launchable_variants(kernel: str, dtype: str) -> tuple[Variant, ...]:
     Raises:
         ValueError: ``kernel`` or ``dtype`` is not one of those names.
     """
-    if kernel not in _KERNEL_NAMES:
-        raise ValueError(f"kernel: expected one of {_KERNEL_NAMES}, got {kernel!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {tuple(KERNELS)}, got {kernel!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {tuple(DTYPES)}, got {dtype!r}")
     precisions = ("ieee", "tf32") if DTYPES[dtype][1] == 4 else ("ieee",)
@@ -193,12 +205,15 @@ def launchable_variants(kernel: str, dtype: str) -> tuple[Variant, ...]:
     for activation in ACTIVATIONS:
         slopes = _LEAKY_SLOPES if activation == "leaky_relu" else (0.0,)
         for slope in slopes:
-            saves = saved_for_backward(activation, slope)
+            stores_z = saved_for_backward(activation, slope) is SavedForBackward.PREACTIVATION
             if kernel == "fwd":
-                store_z = (False, True) if saves is SavedForBackward.PREACTIVATION else (False,)
+                # Without z, a negative slope compiles to the code of the default one.
+                store_z = (True,) if slope < 0 else (False, True) if stores_z else (False,)
                 flag_sets = [
                     (("HAS_BIAS", bias), ("STORE_Z", z)) for bias in (True, False) for z in store_z
                 ]
+            elif slope < 0:
+                continue
             elif kernel == "bwd_dx":
                 store_delta = (False, True) if activation != "identity" else (False,)
                 flag_sets = [(("STORE_DELTA", store),) for store in store_delta]
@@ -212,10 +227,6 @@ def launchable_variants(kernel: str, dtype: str) -> tuple[Variant, ...]:
                 for precision in precisions:
                     variants.append(Variant(kernel, activation, slope, flags, precision))
     return tuple(variants)
-
-
-# Kept here rather than read from tritonbp.kernels, so that planning imports no kernel.
-_KERNEL_NAMES: tuple[str, ...] = ("fwd", "bwd_dx", "bwd_dw")
 
 
 @dataclass(frozen=True)
@@ -339,11 +350,9 @@ class AuditRow:
 # Plans.
 
 
-def _tiles(target: int, dtype: str) -> tuple[tuple[int, int, int, int, int], ...]:
-    """The autotuning tiles of ``target`` for ``dtype``, as plain tuples."""
-    from tritonbp.kernels import tiles_for
-
-    return tuple(tuple(tile) for tile in tiles_for(target, DTYPES[dtype][1]))
+def _tiles(kernel: str, target: int, dtype: str) -> tuple[tuple[int, int, int, int, int], ...]:
+    """The autotuning tiles of ``kernel`` on ``target`` for ``dtype``, as plain tuples."""
+    return tuple(tuple(tile) for tile in tiles_for(kernel, target, DTYPES[dtype][1]))
 
 
 def _representative_variants(kernel: str, dtype: str) -> tuple[Variant, ...]:
@@ -367,12 +376,12 @@ def default_plan(targets: Sequence[int] = TARGETS) -> list[AuditCase]:
     """
     cases: dict[AuditCase, None] = {}
     for target in targets:
-        for kernel in _KERNEL_NAMES:
+        for kernel in KERNELS:
             for dtype in DTYPES:
-                for tile in _tiles(target, dtype):
+                for tile in _tiles(kernel, target, dtype):
                     for variant in _representative_variants(kernel, dtype):
                         cases[AuditCase(kernel, tile, dtype, variant, target)] = None
-            sweep_tile = _tiles(target, _VARIANT_SWEEP_DTYPE)[0]
+            sweep_tile = _tiles(kernel, target, _VARIANT_SWEEP_DTYPE)[0]
             for variant in launchable_variants(kernel, _VARIANT_SWEEP_DTYPE):
                 cases[AuditCase(kernel, sweep_tile, _VARIANT_SWEEP_DTYPE, variant, target)] = None
     return list(cases)
@@ -383,9 +392,9 @@ def full_plan(targets: Sequence[int] = TARGETS) -> list[AuditCase]:
     return [
         AuditCase(kernel, tile, dtype, variant, target)
         for target in targets
-        for kernel in _KERNEL_NAMES
+        for kernel in KERNELS
         for dtype in DTYPES
-        for tile in _tiles(target, dtype)
+        for tile in _tiles(kernel, target, dtype)
         for variant in launchable_variants(kernel, dtype)
     ]
 
@@ -456,30 +465,24 @@ def _launch_arguments(case: AuditCase) -> tuple[tuple[Any, ...], dict[str, Any]]
     launch without dW mirror ``tritonbp/launch.py``. The tile's constexprs and launch
     options come from ``tile_config``, as the autotuner passes them.
     """
-    import torch
-
-    from tritonbp.kernels import KERNELS, GemmTile
-    from tritonbp.kernels.configs import tile_config
-
     kernel = KERNELS[case.kernel][0]
-    tensor = _StandInTensor(getattr(torch, case.dtype))
-    size = _REPRESENTATIVE_SIZE
-    m = n = k = size
-    sizes = (m, n, k, size)  # M, N, K, M_BUCKET
+    # Five pointers in every kernel; all 16-byte aligned, as PyTorch allocates them.
+    pointers = (_StandInTensor(getattr(torch, case.dtype)),) * 5
+    m = n = k = _REPRESENTATIVE_SIZE
+    sizes = (m, n, k, _REPRESENTATIVE_SIZE)  # M, N, K, M_BUCKET
     if case.kernel == "fwd":
-        # x (M, K), W (N, K), b, a and z (M, N): row-major, so the inner strides are 1.
-        pointers = (tensor,) * 5
+        # x (M, K), W (N, K), a and z (M, N): row-major, so the inner strides are 1.
         strides = (k, 1, k, 1, n, 1)
     elif case.kernel == "bwd_dx":
         # dy, saved (M, N), W (N, K), dx (M, K), delta (M, N).
-        pointers = (tensor,) * 5
         strides = (n, 1, n, 1, k, 1, k, 1, n, 1)
     else:
-        # dy, saved (M, N), x (M, K), dW (N, K); without dW the launch passes zero strides.
+        # One split of the rows (rows_per_split = M), as for any layer wide enough to fill
+        # the GPU. dy, saved (M, N), x (M, K); dW (N, K) and db (N,) with split strides 0;
+        # without dW the launch passes zero strides for it.
+        sizes = (*sizes, m)
         computes_dw = dict(case.variant.flags)["COMPUTE_DW"]
-        pointers = (tensor,) * 5
-        dw_strides = (k, 1) if computes_dw else (0, 0)
-        strides = (n, 1, n, 1, k, 1, *dw_strides)
+        strides = (n, 1, n, 1, k, 1, 0, *((k, 1) if computes_dw else (0, 0)), 0)
     config = tile_config(case.kernel, GemmTile(*case.tile))
     interpreter_flags = {name: False for name in _INTERPRETER_FLAGS if name in kernel.arg_names}
     keywords = {**case.variant.constexprs(), **interpreter_flags, **config.all_kwargs()}
@@ -491,38 +494,20 @@ def kernel_specialization(
 ) -> tuple[dict[str, str], dict[tuple[int, ...], Any], dict[tuple[int, ...], Any], dict[str, Any]]:
     """Signature, constexprs, attributes and options of ``case``, as the JIT would derive them.
 
-    Triton's own argument binder (``triton.runtime.jit.create_function_from_signature``, the
-    code every launch runs, identical in Triton 3.6 to 3.9) is applied to the arguments of
-    :func:`_launch_arguments` with the CUDA backend of the target. It gives pointers and
-    sizes divisible by 16 the ``tt.divisibility = 16`` attribute and turns strides equal to 1
-    into the constant 1; the latter lets 16-bit loads be vectorized and the main loop be
-    pipelined, so an audit without it misrepresents the kernel. Where that binder is missing,
-    :func:`_specialize_by_hand` applies the same rules.
+    Pointers and sizes divisible by 16 get the ``tt.divisibility = 16`` attribute and strides
+    equal to 1 become the constant 1; the latter lets 16-bit loads be vectorized and the main
+    loop be pipelined, so an audit without it misrepresents the kernel. See
+    :func:`_specialization` for how these are derived.
 
     Returns:
         ``(signature, constexprs, attrs, options)`` for ``triton.compile(ASTSource(...))``.
+
+    Raises:
+        RuntimeError: this process imported the kernels for Triton's interpreter.
     """
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import make_backend
-
-    from tritonbp.kernels import KERNELS
-
     kernel = KERNELS[case.kernel][0]
-    if not hasattr(kernel, "params"):
-        raise RuntimeError(
-            "the kernels were imported for Triton's interpreter (TRITON_INTERPRET=1); the "
-            "audit compiles them for a GPU, so it must run in a process without that variable"
-        )
     backend = make_backend(GPUTarget("cuda", case.target, 32))
-    args, keywords = _launch_arguments(case)
-    try:
-        from triton.runtime.jit import create_function_from_signature
-    except ImportError:
-        specialization, options = _specialize_by_hand(kernel, args, keywords)
-    else:
-        binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-        _, specialization, options = binder(*args, **keywords)
-
+    specialization, options = _specialization(case)
     signature: dict[str, str] = {}
     constexprs: dict[tuple[int, ...], Any] = {}
     attrs: dict[tuple[int, ...], Any] = {}
@@ -532,7 +517,36 @@ def kernel_specialization(
             constexprs[(index,)] = value
         elif isinstance(value, str):
             attrs[(index,)] = backend.parse_attr(value)
-    return signature, constexprs, attrs, dict(options)
+    return signature, constexprs, attrs, options
+
+
+def _specialization(
+    case: AuditCase, *, by_hand: bool = False
+) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """(kind, attribute or constant) per kernel parameter, and the launch options, of ``case``.
+
+    Triton's own argument binder (``triton.runtime.jit.create_function_from_signature``, the
+    code every launch runs, with the same signature in Triton 3.6 to 3.9) is applied to the
+    arguments of :func:`_launch_arguments` with the CUDA backend of the target. Where that
+    binder is missing, or with ``by_hand``, :func:`_specialize_by_hand` applies the same rules.
+    """
+    kernel = KERNELS[case.kernel][0]
+    if not hasattr(kernel, "params"):
+        raise RuntimeError(
+            "the kernels were imported for Triton's interpreter (TRITON_INTERPRET=1); the "
+            "audit compiles them for a GPU, so it must run in a process without that variable"
+        )
+    args, keywords = _launch_arguments(case)
+    try:
+        from triton.runtime.jit import create_function_from_signature
+    except ImportError:
+        by_hand = True
+    if by_hand:
+        return _specialize_by_hand(kernel, args, keywords)
+    backend = make_backend(GPUTarget("cuda", case.target, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    _, specialization, options = binder(*args, **keywords)
+    return [tuple(item) for item in specialization], dict(options)
 
 
 def _specialize_by_hand(
@@ -545,8 +559,6 @@ def _specialize_by_hand(
     ``i32`` (``i64`` past 32 bits) with "D" when divisible by 16; constexprs pass through.
     Keywords that are not parameters (warps, stages, ...) are returned as options.
     """
-    import torch
-
     names = [param.name for param in kernel.params]
     values = dict(zip(names, args, strict=False))
     values.update({key: value for key, value in keywords.items() if key in names})
@@ -583,12 +595,6 @@ def _compile_case(case: AuditCase) -> AuditRow:
     A compile error becomes the row's ``error``; a failure to inspect what did compile
     (cuobjdump missing, say) propagates, since it says nothing about the kernel.
     """
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from tritonbp.kernels import KERNELS
-
     signature, constexprs, attrs, options = kernel_specialization(case)
     source = ASTSource(
         fn=KERNELS[case.kernel][0], signature=signature, constexprs=constexprs, attrs=attrs
@@ -647,8 +653,6 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int]:
 
 def _cuobjdump() -> str:
     """Path of Triton's cuobjdump (``TRITON_CUOBJDUMP_PATH`` overrides it)."""
-    import triton
-
     with contextlib.suppress(AttributeError, RuntimeError):
         return triton.knobs.nvidia.cuobjdump.path
     backend_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -687,17 +691,13 @@ def default_cache_dir() -> Path:
 
 def _toolchain_digest() -> str:
     """A hash of everything besides the row that decides its result: the sources of every
-    kernel module, this module (which decides how rows are read), and the Triton and ptxas
-    versions."""
-    import triton
-
-    import tritonbp.kernels
-
+    kernel module, the Triton and ptxas versions, and :data:`_CACHE_FORMAT`."""
     digest = hashlib.sha256(f"format {_CACHE_FORMAT}\ntriton {triton.__version__}\n".encode())
-    with contextlib.suppress(AttributeError, RuntimeError):
-        digest.update(f"ptxas {triton.knobs.nvidia.ptxas.version}\n".encode())
-    sources = sorted(Path(tritonbp.kernels.__file__).parent.glob("*.py")) + [Path(__file__)]
-    for source in sources:
+    # Triton picks one ptxas per target (newer Triton uses its second one from sm_90 on).
+    for tool in ("ptxas", "ptxas_blackwell"):
+        with contextlib.suppress(AttributeError, RuntimeError):
+            digest.update(f"{tool} {getattr(triton.knobs.nvidia, tool).version}\n".encode())
+    for source in sorted(Path(kernel_package.__file__).parent.glob("*.py")):
         digest.update(source.name.encode() + b"\n" + source.read_bytes())
     return digest.hexdigest()
 
@@ -752,7 +752,9 @@ def run_audit(
 
     Compiles run in worker processes started afresh (not forked), with ``TRITON_INTERPRET``
     removed from their environment: the kernels must be decorated for a GPU there even when
-    this process runs them in the interpreter, as the test suite does.
+    this process runs them in the interpreter, as the test suite does. As with any such pool,
+    a script that calls this must do so under ``if __name__ == "__main__":``, since each
+    worker imports the script's main module.
 
     Args:
         cases: what to compile, e.g. :func:`default_plan`.
@@ -787,6 +789,8 @@ def run_audit(
             on_row(row, done, total)
 
     if pending:
+        # Longest compiles first, so that no worker is left with a slow one at the end.
+        pending.sort(key=lambda index: -_expected_compile_cost(cases[index]))
         workers = min(jobs or _available_cpus(), len(pending))
         for index, row in _compile_in_workers([cases[i] for i in pending], pending, workers):
             rows[index] = row
@@ -797,26 +801,41 @@ def run_audit(
     return [row for row in rows if row is not None]
 
 
+def _expected_compile_cost(case: AuditCase) -> float:
+    """A rough relative compile time: ptxas takes longest over big tiles on sm_80 and over
+    backward kernels that evaluate an activation derivative in their main loop."""
+    rows, cols, reduction, _, _ = case.tile
+    cost = float(rows * cols * reduction)
+    if case.target == 80:
+        cost *= 2
+    if case.kernel != "fwd" and case.variant.activation != "identity":
+        cost *= 2
+    return cost
+
+
 def _compile_in_workers(
     cases: Sequence[AuditCase], indices: Sequence[int], workers: int
 ) -> Iterator[tuple[int, AuditRow]]:
     """Yields (index, row) for each case as its compile finishes."""
-    with (
-        tempfile.TemporaryDirectory(prefix="tritonbp-audit-triton-") as triton_cache,
-        _without_interpreter(),
-        concurrent.futures.ProcessPoolExecutor(
+    with tempfile.TemporaryDirectory(prefix="tritonbp-audit-triton-") as triton_cache:
+        pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
             initargs=(triton_cache,),
-        ) as pool,
-    ):
-        futures = {
-            pool.submit(_compile_case, case): index
-            for case, index in zip(cases, indices, strict=True)
-        }
-        for future in concurrent.futures.as_completed(futures):
-            yield futures[future], future.result()
+        )
+        try:
+            # The workers start while the cases are submitted, with the environment of then.
+            with _without_interpreter():
+                futures = {
+                    pool.submit(_compile_case, case): index
+                    for case, index in zip(cases, indices, strict=True)
+                }
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            # On an interrupt or an error, drop the compiles not yet started.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -879,8 +898,8 @@ def format_table(rows: Sequence[AuditRow]) -> str:
                 str(row.spill_bytes) if compiled else "-",
                 str(row.shared_bytes) if compiled else "-",
                 row.tensor_cores or "-",
-                "yes" if row.tma else "no",
-                "yes" if row.cp_async else "no",
+                ("yes" if row.tma else "no") if compiled else "-",
+                ("yes" if row.cp_async else "no") if compiled else "-",
                 f"{row.compile_s:.1f}" + ("*" if row.cached else ""),
                 "ok" if row.passed else "FAIL: " + ", ".join(row.failures),
             )
@@ -896,19 +915,27 @@ def format_table(rows: Sequence[AuditRow]) -> str:
         lines.append("  ".join(cells).rstrip())
 
     failed = [row for row in rows if not row.passed]
-    errors = [row for row in failed if row.error is not None]
+    # One kernel bug usually breaks many rows alike: show each distinct error once.
+    errors: dict[str, list[AuditRow]] = {}
+    for row in failed:
+        if row.error is not None:
+            errors.setdefault(row.error, []).append(row)
     if errors:
         lines += ["", "compile errors:"]
-        for row in errors:
-            lines.append(f"  {_case_text(row.case)}:")
-            lines += [f"    {line}" for line in (row.error or "").splitlines()]
+        for error, group in errors.items():
+            more = f" and {len(group) - 1} more rows" if len(group) > 1 else ""
+            lines.append(f"  {_case_text(group[0].case)}{more}:")
+            lines += [f"    {line}" for line in error.splitlines()]
     lines.append("")
     if not rows:
         lines.append("FAIL: nothing was audited")
     elif failed:
         lines.append(f"FAIL: {len(failed)} of {len(rows)} rows fail")
     else:
-        lines.append(f"PASS: {len(rows)} of {len(rows)} rows compile, fit and use tensor cores")
+        lines.append(
+            f"PASS: {len(rows)} of {len(rows)} rows compile without spills, fit in shared memory "
+            "and use tensor cores where the dtype allows"
+        )
     return "\n".join(lines)
 
 
@@ -960,7 +987,8 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         The exit status: 0 if every row passes, 1 if one fails, 2 for a bad ``--filter`` or
-        ``--jobs``, or a filter that leaves nothing.
+        ``--jobs``, a filter that leaves nothing, or tools that failed to run, 130 when
+        interrupted.
     """
     targets = tuple(sorted(set(args.target))) if args.target else TARGETS
     plan = full_plan(targets) if args.all else default_plan(targets)
@@ -984,7 +1012,16 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     started = time.perf_counter()
-    rows = run_audit(cases, jobs=args.jobs, use_cache=not args.no_cache, on_row=progress)
+    try:
+        rows = run_audit(cases, jobs=args.jobs, use_cache=not args.no_cache, on_row=progress)
+    # Not a verdict on the kernels: the tools failed (cuobjdump missing, a worker killed).
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        sys.stderr.write(f"\ntritonbp audit: error: could not audit: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        # Rows finished so far are cached, so running the command again resumes.
+        sys.stderr.write("\ntritonbp audit: interrupted\n")
+        return 130
     elapsed = time.perf_counter() - started
     if show_progress:
         sys.stderr.write("\n")
@@ -997,14 +1034,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _header(count: int, elapsed_s: float) -> str:
-    """Versions and how to read the table."""
-    import triton
-
-    cached = "" if count == 0 else " (time: compile seconds; * read from the cache)"
+    """What ran, with which Triton, and how to read the columns."""
     return (
-        f"tritonbp audit: {count} rows in {elapsed_s:.1f} s, triton {triton.__version__}{cached}\n"
-        "regs: registers per thread; spill: local memory bytes per thread; smem: shared memory "
-        "bytes per block\n(limits: sm_80 "
-        f"{SHARED_MEMORY_LIMITS[80]}, sm_90 {SHARED_MEMORY_LIMITS[90]}); mma: tensor-core "
-        "instructions; async: cp.async loads"
+        f"tritonbp audit: {count} rows in {elapsed_s:.1f} s, triton {triton.__version__}\n"
+        "regs: registers per thread; spill: bytes of local memory per thread; smem: shared\n"
+        f"memory per block in bytes (at most {SHARED_MEMORY_LIMITS[80]} on sm_80, "
+        f"{SHARED_MEMORY_LIMITS[90]} on sm_90);\n"
+        "mma: tensor-core instructions; tma, async: TMA or cp.async loads; time: compile "
+        "seconds (* from the cache)"
     )

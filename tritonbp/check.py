@@ -1,9 +1,9 @@
 """Check the fused layers against PyTorch on this machine's device.
 
-For every activation and dtype, at a few small shapes, runs ``tritonbp.fused_linear`` forward
+For every activation and dtype, at a few small shapes, runs tritonbp.fused_linear forward
 and backward and compares the output and the gradients dx, dW and db with a float64
 reference. Each may be off by a small multiple of PyTorch's own error in the same dtype plus a
-floor (the table in ``tritonbp.testing``). Prints the largest errors and a verdict; the exit
+floor (the table in tritonbp.testing). Prints the largest errors and a verdict; the exit
 status is 0 when everything is within tolerance and 1 otherwise.
 
 Without a CUDA device the Triton kernels run on the CPU in Triton's interpreter
@@ -166,18 +166,16 @@ def run(args: argparse.Namespace) -> int:
         _enable_interpreter()
     os.environ["TRITONBP_BACKEND"] = args.backend
 
+    # The header goes out first: under the interpreter the checks take a while.
+    print(_header(device, args.backend), end="\n\n", flush=True)
     started = time.perf_counter()
     results = run_checks(
         device=device,
         activations=args.activation,
         dtypes=[DTYPES[name] for name in args.dtype],
     )
-    elapsed = time.perf_counter() - started
-
-    print(_header(device, args.backend))
-    print()
-    print(format_report(results, elapsed_s=elapsed))
-    return 0 if all(result.passed for result in results) else 1
+    print(format_report(results, elapsed_s=time.perf_counter() - started))
+    return 0 if results and all(result.passed for result in results) else 1
 
 
 def run_checks(

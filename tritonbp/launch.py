@@ -5,6 +5,7 @@ devices; these functions take 2-D operands of any strides and return fresh tenso
 """
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -176,6 +177,7 @@ def fused_linear_bwd(
     rows, out_features = dy.shape
     in_features = input_features(x, weight)
     dx = dy.new_empty((rows, in_features)) if need_dx else dy.new_empty(0)
+    # Zero-filled: with no rows (M = 0) the sums are zero and no kernel writes them.
     dw = dy.new_zeros((out_features, in_features)) if need_dw else dy.new_empty(0)
     db = dy.new_zeros(out_features) if need_db else dy.new_empty(0)
     reads_saved = saved_for_backward(activation, negative_slope) is not SavedForBackward.NOTHING
@@ -223,36 +225,138 @@ def fused_linear_bwd(
     compute_dw = need_dw and dw.numel() > 0
     compute_db = need_db and db.numel() > 0
     if compute_dw or compute_db:
-        dw_kernel = _kernel("bwd_dw", dy)
-        dw_reads_saved = dw_activation != "identity"
-        stand_in = dw if compute_dw else db
-
-        def dw_grid(meta):
-            column_tiles = triton.cdiv(in_features, meta["BLOCK_K"]) if compute_dw else 1
-            return (triton.cdiv(out_features, meta["BLOCK_N"]) * column_tiles,)
-
-        x_operand = x if compute_dw else dw_source
-        saved_for_dw = saved_operand if dw_reads_saved else dw_source
-        with _device_guard(dy):
-            dw_kernel[dw_grid](
-                _pointer(dw_source, stand_in),
-                _pointer(saved_for_dw, stand_in),
-                _pointer(x_operand, stand_in),
-                dw if compute_dw else stand_in,
-                db if compute_db else stand_in,
-                **common,
-                stride_dym=dw_source.stride(0),
-                stride_dyn=dw_source.stride(1),
-                stride_savedm=saved_for_dw.stride(0),
-                stride_savedn=saved_for_dw.stride(1),
-                stride_xm=x_operand.stride(0),
-                stride_xk=x_operand.stride(1),
-                stride_dwn=dw.stride(0) if compute_dw else 0,
-                stride_dwk=dw.stride(1) if compute_dw else 0,
-                ACTIVATION=dw_activation,
-                NEGATIVE_SLOPE=_slope_constant(dw_activation, negative_slope),
-                COMPUTE_DW=compute_dw,
-                COMPUTE_DB=compute_db,
-                **options,
-            )
+        dw, db = _dw_db(
+            dw_source,
+            saved_operand if dw_activation != "identity" else dw_source,
+            x if compute_dw else dw_source,
+            dw,
+            db,
+            compute_dw,
+            compute_db,
+            dw_activation,
+            negative_slope,
+            in_features,
+            options,
+        )
     return dx, dw, db
+
+
+# Each split of the dW reduction covers at least this many rows, so that the partial sums it
+# writes (N*K values) stay small next to the rows of delta and x it reads.
+MIN_ROWS_PER_SPLIT = 512
+# Splits are a whole number of this many rows, a multiple of every BLOCK_M in the tables.
+_SPLIT_GRANULE = 256
+
+
+def _parallel_units(device: torch.device) -> int:
+    """Programs a device runs at once: its streaming multiprocessors; 1 for the interpreter,
+    which runs programs one after another."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def row_splits(rows: int, out_features: int, in_features: int, parallel_units: int) -> int:
+    """How many row splits the dW reduction gets: enough programs to fill one wave.
+
+    The dW GEMM has one program per output tile, counted here with a nominal 128 x 128
+    tile; a layer 128 wide has a single one. When that leaves the GPU's ``parallel_units``
+    mostly idle, the M rows are split, each split at least ``MIN_ROWS_PER_SPLIT`` rows.
+
+    Args:
+        rows: M. out_features: N. in_features: K, or 0 when only db is reduced.
+        parallel_units: streaming multiprocessors of the GPU.
+
+    Returns:
+        The number of splits, at least 1.
+    """
+    output_tiles = triton.cdiv(out_features, 128) * max(triton.cdiv(in_features, 128), 1)
+    return max(1, min(parallel_units // output_tiles, rows // MIN_ROWS_PER_SPLIT))
+
+
+def _dw_db(
+    delta_source: torch.Tensor,
+    saved: torch.Tensor,
+    x: torch.Tensor,
+    dw: torch.Tensor,
+    db: torch.Tensor,
+    compute_dw: bool,
+    compute_db: bool,
+    activation: str,
+    negative_slope: float,
+    in_features: int,
+    options: dict,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``_fused_linear_bwd_dw_kernel`` for dW (N, K) and / or db (N,).
+
+    ``delta_source`` is dy (delta formed from it and ``saved`` with ``activation``) or the
+    stored delta (``activation`` "identity"). Where ``row_splits`` splits the rows, the
+    kernel writes per-split partial sums in the accumulation dtype, added here in split
+    order, which keeps the result deterministic.
+
+    Returns:
+        ``(dw, db)``: the given tensors filled, or new ones summed from the partials; a
+        gradient not computed is returned as given.
+    """
+    rows, out_features = delta_source.shape
+    splits = row_splits(
+        rows,
+        out_features,
+        in_features if compute_dw else 0,
+        _parallel_units(delta_source.device),
+    )
+    rows_per_split = triton.cdiv(triton.cdiv(rows, splits), _SPLIT_GRANULE) * _SPLIT_GRANULE
+    splits = triton.cdiv(rows, rows_per_split) if splits > 1 else 1
+    if splits == 1:
+        rows_per_split = rows
+        dw_out, db_out = dw, db
+    else:
+        # Partial sums stay in the accumulation dtype until they are added.
+        partial_dtype = torch.float64 if delta_source.dtype == torch.float64 else torch.float32
+        new_partials = functools.partial(delta_source.new_empty, dtype=partial_dtype)
+        dw_out = new_partials((splits, out_features, in_features)) if compute_dw else None
+        db_out = new_partials((splits, out_features)) if compute_db else None
+    stand_in = dw_out if compute_dw else db_out
+
+    def grid(meta):
+        column_tiles = triton.cdiv(in_features, meta["BLOCK_K"]) if compute_dw else 1
+        return (triton.cdiv(out_features, meta["BLOCK_N"]) * column_tiles, splits)
+
+    # Strides of the (splits, N, K) and (splits, N) outputs; with a single split they are
+    # the 2-D and 1-D gradients themselves and the split stride is never used.
+    stride_dws, stride_dwn, stride_dwk = 0, 0, 0
+    if compute_dw:
+        stride_dws, stride_dwn, stride_dwk = ((0,) if splits == 1 else ()) + dw_out.stride()
+    stride_dbs = db_out.stride(0) if compute_db and splits > 1 else 0
+    with _device_guard(delta_source):
+        _kernel("bwd_dw", delta_source)[grid](
+            _pointer(delta_source, stand_in),
+            _pointer(saved, stand_in),
+            _pointer(x, stand_in),
+            dw_out if compute_dw else stand_in,
+            db_out if compute_db else stand_in,
+            M=rows,
+            N=out_features,
+            K=in_features,
+            M_BUCKET=_m_bucket(rows),
+            rows_per_split=rows_per_split,
+            stride_dym=delta_source.stride(0),
+            stride_dyn=delta_source.stride(1),
+            stride_savedm=saved.stride(0),
+            stride_savedn=saved.stride(1),
+            stride_xm=x.stride(0),
+            stride_xk=x.stride(1),
+            stride_dws=stride_dws,
+            stride_dwn=stride_dwn,
+            stride_dwk=stride_dwk,
+            stride_dbs=stride_dbs,
+            ACTIVATION=activation,
+            NEGATIVE_SLOPE=_slope_constant(activation, negative_slope),
+            COMPUTE_DW=compute_dw,
+            COMPUTE_DB=compute_db,
+            **options,
+        )
+    if splits > 1:
+        dw = dw_out.sum(dim=0).to(delta_source.dtype) if compute_dw else dw
+        db = db_out.sum(dim=0).to(delta_source.dtype) if compute_db else db
+    return dw, db

@@ -105,7 +105,7 @@ class ErrorReport:
             f"{self.name} ({_dtype_name(self.dtype)}, shape {tuple(self.shape)}): "
             f"max error {self.error:.3e} at index {self.index} {verdict} bound {self.bound:.3e} "
             f"(= {tolerance.factor:g} x PyTorch's own error {self.baseline_error:.3e} "
-            f"+ floor {tolerance.atol:.0e}); value {self.value:.6g}, "
+            f"+ floor {tolerance.atol:.1e}); value {self.value:.6g}, "
             f"reference {self.reference_value:.6g}"
         )
 
