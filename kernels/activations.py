@@ -17,6 +17,8 @@ either: their derivative only depends on the sign, and ``a > 0`` exactly when ``
 import triton
 import triton.language as tl
 
+from .precision import cast_to
+
 # sqrt(2 / pi), the scale inside the tanh approximation of GELU.
 _SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
 # 1 / sqrt(2), the scale inside the exact (erf) GELU.
@@ -103,3 +105,32 @@ def activation_derivative(saved, NEGATIVE_SLOPE: tl.constexpr, ACTIVATION: tl.co
     else:
         tl.static_assert(False, "unknown ACTIVATION")
     return derivative
+
+
+@triton.jit
+def load_delta(
+    dy_ptrs,
+    saved_ptrs,
+    mask,
+    NEGATIVE_SLOPE: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    INTERPRETED: tl.constexpr,
+):
+    """delta = dy * s'(saved) for one tile, loaded from ``dy_ptrs`` and ``saved_ptrs``.
+
+    Elements outside ``mask`` read dy = 0, so they contribute nothing whatever s' is there.
+    For the identity the saved tensor is not read.
+
+    Returns:
+        ``(delta, delta_wide)``: delta rounded to dy's dtype, as the tensor cores take it,
+        and unrounded in the accumulation dtype (fp32, fp64 for fp64), as sums take it.
+    """
+    dy = tl.load(dy_ptrs, mask=mask, other=0.0)
+    compute_dtype = tl.float64 if dy.dtype == tl.float64 else tl.float32
+    delta = dy
+    delta_wide = dy.to(compute_dtype)
+    if ACTIVATION != "identity":
+        saved = tl.load(saved_ptrs, mask=mask, other=0.0)
+        delta_wide *= activation_derivative(saved.to(compute_dtype), NEGATIVE_SLOPE, ACTIVATION)
+        delta = cast_to(delta_wide, dy.dtype, INTERPRETED)
+    return delta, delta_wide

@@ -39,7 +39,7 @@ split GEMM reads, since each split covers at least ``MIN_ROWS_PER_SPLIT`` rows (
 import triton
 import triton.language as tl
 
-from .activations import activation_derivative
+from .activations import load_delta
 from .precision import cast_to, dot_operand
 from .tiling import grouped_tile_index
 
@@ -119,21 +119,14 @@ def _fused_linear_bwd_dx_kernel(
     for n_start in range(0, N, BLOCK_N):
         n_now = n_start + offs_n
         mask_mn = mask_m[:, None] & (n_now < N)[None, :]
-        delta = tl.load(
+        delta, _ = load_delta(
             dy_ptr + offs_m[:, None] * stride_dym + n_now[None, :] * stride_dyn,
-            mask=mask_mn,
-            other=0.0,
+            saved_ptr + offs_m[:, None] * stride_savedm + n_now[None, :] * stride_savedn,
+            mask_mn,
+            NEGATIVE_SLOPE,
+            ACTIVATION,
+            INTERPRETED,
         )
-        if ACTIVATION != "identity":
-            saved = tl.load(
-                saved_ptr + offs_m[:, None] * stride_savedm + n_now[None, :] * stride_savedn,
-                mask=mask_mn,
-                other=0.0,
-            )
-            derivative = activation_derivative(saved.to(compute_dtype), NEGATIVE_SLOPE, ACTIVATION)
-            delta = cast_to(
-                delta.to(compute_dtype) * derivative, dy_ptr.dtype.element_ty, INTERPRETED
-            )
         if STORE_DELTA:
             tl.store(
                 delta_ptr + offs_m[:, None] * stride_deltam + n_now[None, :] * stride_deltan,
@@ -263,24 +256,14 @@ def _fused_linear_bwd_dw_kernel(
         m_now = m_start + offs_m
         mask_m = m_now < end_row
         mask_nm = mask_n[:, None] & mask_m[None, :]
-        delta_t = tl.load(
+        delta_t, delta_t_wide = load_delta(
             dy_ptr + offs_n[:, None] * stride_dyn + m_now[None, :] * stride_dym,
-            mask=mask_nm,
-            other=0.0,
+            saved_ptr + offs_n[:, None] * stride_savedn + m_now[None, :] * stride_savedm,
+            mask_nm,
+            NEGATIVE_SLOPE,
+            ACTIVATION,
+            INTERPRETED,
         )
-        if ACTIVATION != "identity":
-            saved_t = tl.load(
-                saved_ptr + offs_n[:, None] * stride_savedn + m_now[None, :] * stride_savedm,
-                mask=mask_nm,
-                other=0.0,
-            )
-            derivative = activation_derivative(
-                saved_t.to(compute_dtype), NEGATIVE_SLOPE, ACTIVATION
-            )
-            delta_t_wide = delta_t.to(compute_dtype) * derivative
-            delta_t = cast_to(delta_t_wide, dy_ptr.dtype.element_ty, INTERPRETED)
-        else:
-            delta_t_wide = delta_t.to(compute_dtype)
         if COMPUTE_DB and not DB_BY_DOT:
             db_accumulator += tl.sum(delta_t_wide, axis=1)
         if COMPUTE_DW:

@@ -29,7 +29,7 @@ def _target(device: torch.device) -> int | None:
     if major < 8:
         raise NotImplementedError(
             f"tritonbp's kernels need a GPU of compute capability 8.0 or newer, got {major}.x "
-            "on {device}; set TRITONBP_BACKEND=torch to use the PyTorch path"
+            f"on {device}; set TRITONBP_BACKEND=torch to use the PyTorch path"
         )
     return 90 if major >= 9 else 80
 
