@@ -177,13 +177,12 @@ def fused_linear_bwd(
     rows, out_features = dy.shape
     in_features = input_features(x, weight)
     dx = dy.new_empty((rows, in_features)) if need_dx else dy.new_empty(0)
-    # Zero-filled: with no rows (M = 0) the sums are zero and no kernel writes them.
-    dw = dy.new_zeros((out_features, in_features)) if need_dw else dy.new_empty(0)
-    db = dy.new_zeros(out_features) if need_db else dy.new_empty(0)
+    # Every wanted gradient with elements is written by a kernel, zeros included (M = 0).
+    dw = dy.new_empty((out_features, in_features)) if need_dw else dy.new_empty(0)
+    db = dy.new_empty(out_features) if need_db else dy.new_empty(0)
     reads_saved = saved_for_backward(activation, negative_slope) is not SavedForBackward.NOTHING
     saved_operand = saved if reads_saved else dy
     options = _dot_options(dy)
-    common = dict(M=rows, N=out_features, K=in_features, M_BUCKET=_m_bucket(rows))
 
     # dx = delta W, and delta for the dW kernel when it needs one and it differs from dy.
     dw_source, dw_activation = dy, activation
@@ -202,7 +201,10 @@ def fused_linear_bwd(
                 _pointer(weight, dx),
                 dx,
                 delta,
-                **common,
+                M=rows,
+                N=out_features,
+                K=in_features,
+                M_BUCKET=_m_bucket(rows),
                 stride_dym=dy.stride(0),
                 stride_dyn=dy.stride(1),
                 stride_savedm=saved_operand.stride(0),
