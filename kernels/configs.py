@@ -3,7 +3,8 @@
 The three kernels are GEMMs whose block sizes play different roles: the forward tiles its
 output (M, N) and reduces over K, the dx kernel tiles (M, K) and reduces over N, the dW
 kernel tiles (N, K) and reduces over M. One table of tiles, written in those roles, serves
-all three. Every entry must compile for its target without spilling, fit the target's
+all three, except that the backward kernels take smaller tiles on sm_80 (BACKWARD_TILES).
+Every entry must compile for its target without spilling, fit the target's
 shared memory and use its tensor cores: ``tritonbp audit`` checks exactly these lists, and
 an entry that fails there is removed here rather than skipped at run time.
 
@@ -63,10 +64,9 @@ GEMM_TILES: dict[tuple[int, int], tuple[GemmTile, ...]] = {
 
 # The backward kernels on sm_80 form delta = dy * s'(z) in the operand of mma.sync, whose
 # register layout repeats it in every warp along the output columns; with gelu that pushes
-# the tiles above to 255 registers and up to 1.8 KB of spills. These smaller reductions
-# (and fp32 tiles) keep every activation spill-free there (Triton 3.9, gelu and gelu_tanh
-# at most 255 and 180 registers). sm_90's wgmma takes the operand once per warpgroup, and
-# the general table serves both directions.
+# the tiles above to 255 registers and up to 1.8 KB of spills. With these smaller
+# reduction steps (and smaller fp32 tiles) no activation spills there (Triton 3.9). sm_90's
+# wgmma takes the operand once per warpgroup, and the general table serves both directions.
 BACKWARD_TILES: dict[tuple[int, int], tuple[GemmTile, ...]] = {
     (80, 2): (
         GemmTile(128, 128, 32, 8, 3),
